@@ -84,14 +84,6 @@ def import_rdkit_chem() -> Any:
     return Chem
 
 
-def vocabulary_index(vocabulary: tuple[Any, ...], value: Any) -> int:
-    """Return the position of ``value``, or the last position if it is absent."""
-    try:
-        return vocabulary.index(value)
-    except ValueError:
-        return len(vocabulary) - 1
-
-
 def atom_feature_dims() -> list[int]:
     """Return the vocabulary size of each of the 9 atom features."""
     return [len(vocabulary) for vocabulary in ATOM_VOCABULARIES]
@@ -100,6 +92,21 @@ def atom_feature_dims() -> list[int]:
 def bond_feature_dims() -> list[int]:
     """Return the vocabulary size of each of the 3 bond features."""
     return [len(vocabulary) for vocabulary in BOND_VOCABULARIES]
+
+
+def _index_maps(vocabularies: tuple[tuple[Any, ...], ...]) -> tuple[dict[Any, int], ...]:
+    # The dicts give O(1) lookups. Booleans only occur in two-entry lists without
+    # numbers, so True == 1 cannot collide with a number key.
+    return tuple({value: index for index, value in enumerate(vocabulary)} for vocabulary in vocabularies)
+
+
+_ATOM_INDEX_MAPS = _index_maps(ATOM_VOCABULARIES)
+_BOND_INDEX_MAPS = _index_maps(BOND_VOCABULARIES)
+
+
+def _encode(index_maps: tuple[dict[Any, int], ...], values: tuple[Any, ...]) -> list[int]:
+    """Map each value to its index in its vocabulary, or the last index if absent."""
+    return [index_map.get(value, len(index_map) - 1) for index_map, value in zip(index_maps, values)]
 
 
 def atom_to_feature_vector(atom: Any) -> list[int]:
@@ -115,23 +122,26 @@ def atom_to_feature_vector(atom: Any) -> list[int]:
         atom.GetIsAromatic(),
         atom.IsInRing(),
     )
-    return [vocabulary_index(vocabulary, value) for vocabulary, value in zip(ATOM_VOCABULARIES, values)]
+    return _encode(_ATOM_INDEX_MAPS, values)
 
 
 def bond_to_feature_vector(bond: Any) -> list[int]:
     """Encode an RDKit bond as 3 vocabulary indices, in ``BOND_FEATURE_NAMES`` order."""
     values = (str(bond.GetBondType()), str(bond.GetStereo()), bond.GetIsConjugated())
-    return [vocabulary_index(vocabulary, value) for vocabulary, value in zip(BOND_VOCABULARIES, values)]
+    return _encode(_BOND_INDEX_MAPS, values)
 
 
 def mol_to_graph(mol: Any) -> dict[str, Any]:
     """Convert an RDKit molecule to a graph dict; see :func:`smiles_to_graph`."""
-    node_feat = np.asarray([atom_to_feature_vector(atom) for atom in mol.GetAtoms()], dtype=np.int64)
+    # Indexing by position is faster than iterating RDKit's atom and bond sequences.
+    atoms = [mol.GetAtomWithIdx(index) for index in range(mol.GetNumAtoms())]
+    bonds = [mol.GetBondWithIdx(index) for index in range(mol.GetNumBonds())]
+    node_feat = np.asarray([atom_to_feature_vector(atom) for atom in atoms], dtype=np.int64)
     node_feat = node_feat.reshape(-1, len(ATOM_VOCABULARIES))
 
     edges: list[tuple[int, int]] = []
     edge_features: list[list[int]] = []
-    for bond in mol.GetBonds():
+    for bond in bonds:
         begin, end = bond.GetBeginAtomIdx(), bond.GetEndAtomIdx()
         feature = bond_to_feature_vector(bond)
         edges += [(begin, end), (end, begin)]
