@@ -1,0 +1,1 @@
+"""Experiments: tasks that the `eqagg train` command runs, listed in `registry.py`."""
