@@ -1,0 +1,6 @@
+"""Models built from the pooling layers: element encoders, output networks and set models."""
+
+from .mlp import ResNetMLP
+from .set_model import SetModel
+
+__all__ = ["ResNetMLP", "SetModel"]
