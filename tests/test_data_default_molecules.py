@@ -42,8 +42,10 @@ def test_default_labels_binary_with_missing(dataset):
 def test_default_features_within_vocabularies(dataset):
     node_feat = np.concatenate([graph["node_feat"] for graph in dataset.graphs])
     edge_feat = np.concatenate([graph["edge_feat"] for graph in dataset.graphs])
-    assert (node_feat >= 0).all() and (node_feat.max(axis=0) < atom_feature_dims()).all()
-    assert (edge_feat >= 0).all() and (edge_feat.max(axis=0) < bond_feature_dims()).all()
+    assert (node_feat >= 0).all()
+    assert (node_feat.max(axis=0) < atom_feature_dims()).all()
+    assert (edge_feat >= 0).all()
+    assert (edge_feat.max(axis=0) < bond_feature_dims()).all()
 
 
 def test_default_graphs_match_smiles(dataset):

@@ -45,7 +45,8 @@ def test_omniglot_inverts_ink(omniglot_root):
     # The black stroke covers columns 10..40 of 105, about 3..12 of 32.
     assert image[16, 7] > 0.95
     assert image[16, 25] < 0.05
-    assert image.min() >= 0.0 and image.max() <= 1.0
+    assert image.min() >= 0.0
+    assert image.max() <= 1.0
 
 
 def test_omniglot_test_split_reads_evaluation_folder(omniglot_root):
@@ -99,7 +100,8 @@ def test_digits_split_disjoint_and_stratified():
     assert train.images.shape[1:] == (32, 32, 1)
     assert train.num_classes == test.num_classes == 10
     assert np.bincount(test.labels, minlength=10).min() >= 30
-    assert train.images.min() >= 0.0 and train.images.max() <= 1.0
+    assert train.images.min() >= 0.0
+    assert train.images.max() <= 1.0
 
 
 def test_digits_split_is_fixed():
@@ -128,7 +130,8 @@ def test_counting_label_equals_distinct_classes():
     )
     assert images.shape == (200, 16, 32, 32, 1)
     assert images.dtype == np.float32
-    assert target.min() >= 0 and target.max() <= 9
+    assert target.min() >= 0
+    assert target.max() <= 9
     distinct = np.asarray([len(set(row)) for row in image_labels.tolist()])
     np.testing.assert_array_equal(distinct, target + 1)
     # Pixels encode the image index, so the images must carry the returned labels.

@@ -33,7 +33,8 @@ def test_median_batch_uses_all_distributions():
     values = x[..., 0]
     uniform = values[distribution == MEDIAN_DISTRIBUTIONS.index("uniform")]
     gamma = values[distribution == MEDIAN_DISTRIBUTIONS.index("gamma")]
-    assert uniform.min() >= -1.0 and uniform.max() <= 1.0
+    assert uniform.min() >= -1.0
+    assert uniform.max() <= 1.0
     assert gamma.min() > 0.0
     assert abs(np.median(gamma) - 0.839) < 0.05
 

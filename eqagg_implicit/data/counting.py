@@ -31,7 +31,7 @@ def sample_counting_batch(
     Returns ``(images, target)``: float32 ``(batch_size, set_size, H, W, 1)``
     and int64 ``(batch_size,)`` holding ``count - 1``, a class index in
     ``0..max_count - 1``. With ``return_image_labels`` a third int64 array
-    ``(batch_size, set_size)`` holds the class label of every image. The output
+    ``(batch_size, set_size)`` contains the class label of every image. The output
     depends only on the generator's state and the dataset.
     """
     if batch_size < 1:

@@ -1,6 +1,6 @@
 """Sets of numbers whose target is their median.
 
-Each set holds ``set_size`` i.i.d. numbers from one of three distributions,
+Each set contains ``set_size`` i.i.d. numbers from one of three distributions,
 picked uniformly at random per set:
 
 * ``uniform``: Uniform(-1, 1), median 0.
@@ -35,7 +35,7 @@ def sample_median_batch(
 
     Returns ``(x, y)`` with ``x`` float32 of shape ``(batch_size, set_size, 1)``
     and ``y`` float32 of shape ``(batch_size,)``. With ``return_distribution``
-    a third int64 array of shape ``(batch_size,)`` holds each set's index into
+    a third int64 array of shape ``(batch_size,)`` contains each set's index into
     ``MEDIAN_DISTRIBUTIONS``. The output depends only on the generator's state.
     """
     if batch_size < 1:

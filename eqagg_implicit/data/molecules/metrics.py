@@ -1,9 +1,9 @@
 """OGB's multi-task binary classification metrics with missing labels.
 
-The rules follow ``ogb.graphproppred.Evaluator`` (OGB 1.3.x): each task is
-scored on its rows with a label (not NaN), a task is skipped unless it has at
-least one positive and one negative label, and the result is the mean over
-the scored tasks. OGB raises if no task can be scored, and so do these
+The rules follow ``ogb.graphproppred.Evaluator`` (OGB 1.3.x). Each task is
+scored on its rows with a label (not NaN). A task is skipped unless it has at
+least one positive and one negative label. The result is the mean over the
+scored tasks. OGB raises if no task can be scored, and so do these
 functions, with :class:`NoValidTaskError`.
 """
 
@@ -65,7 +65,7 @@ def mean_average_precision(y_true: np.ndarray, y_pred: np.ndarray) -> float:
     """Compute molpcba's metric: average precision averaged over the valid tasks.
 
     ``y_true`` is ``(num_graphs, num_tasks)`` with 0, 1 or NaN; ``y_pred``
-    holds scores of the same shape (logits or probabilities). Each task uses
+    contains scores of the same shape (logits or probabilities). Each task uses
     ``sklearn.metrics.average_precision_score``.
     """
     from sklearn.metrics import average_precision_score

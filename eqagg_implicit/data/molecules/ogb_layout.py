@@ -122,7 +122,7 @@ def load_ogb_graph_dataset(
 
     Raises FileNotFoundError naming a missing folder or file, and ValueError
     for a file that is not gzip CSV, has the wrong number of columns or rows,
-    holds non-integer values where integers are expected, or refers to nodes
+    contains non-integer values where integers are expected, or refers to nodes
     or graphs that do not exist.
     """
     dataset_dir = Path(path)

@@ -31,10 +31,10 @@ def scaffold_split(
 ) -> dict[str, np.ndarray]:
     """Split molecules by scaffold so that no scaffold crosses two splits.
 
-    ``scaffolds`` holds one scaffold string per molecule. Molecules are grouped
+    ``scaffolds`` contains one scaffold string per molecule. Molecules are grouped
     by scaffold and the groups are sorted by size, largest first, with ties in
     order of each group's first molecule. In that order each group goes to
-    train if train then holds at most ``fractions[0]`` of the molecules, else
+    train if train then contains at most ``fractions[0]`` of the molecules, else
     to valid if train plus valid then hold at most ``fractions[0] +
     fractions[1]``, else to test. A small group can thus still fill train or
     valid after a larger one went past it. This is MoleculeNet's scheme, which
