@@ -60,7 +60,6 @@ class MedianTask(AbstractTask):
             raise ValueError(f"set_size must be at least 1, got {self.set_size}.")
 
         self._eval_data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._predict = eqx.filter_jit(_predict_batch)
 
     def init(self, key):
         encoder_key, pooling_key, decoder_key = jax.random.split(key, 3)
@@ -104,7 +103,7 @@ class MedianTask(AbstractTask):
         squared_error = 0.0
         residuals = []
         for start in range(0, len(y), EVAL_CHUNK_SIZE):
-            prediction, statistics = self._predict(model, x[start : start + EVAL_CHUNK_SIZE])
+            prediction, statistics = _predict_jit(model, x[start : start + EVAL_CHUNK_SIZE])
             squared_error += float(jnp.sum((prediction - y[start : start + EVAL_CHUNK_SIZE]) ** 2))
             if statistics:
                 residuals.append(np.asarray(statistics["residual"]))
@@ -125,3 +124,7 @@ def _predict_batch(model: SetModel, x):
     """Predict the median of every set in `x` (B, N, 1); returns (B,) and per-set statistics."""
     output, statistics = jax.vmap(model)(x)
     return output[:, 0], statistics
+
+
+# Shared by every task instance, so that runs with the same model shapes compile it once.
+_predict_jit = eqx.filter_jit(_predict_batch)

@@ -271,7 +271,13 @@ def train(task: AbstractTask, config: TrainConfig) -> dict[str, Any]:
 
 def _evaluate(task, model, model_state, step, sums, count, seconds) -> dict[str, Any]:
     """Evaluate every split on one replica of the model and build the metrics record."""
-    local_model, local_state = to_host((model, model_state))
+    # Tasks evaluate with their own jitted functions on host data, so they get one local
+    # replica instead of arrays spread over a mesh that may span several hosts.
+    device = jax.local_devices()[0]
+    local_model, local_state = jax.tree.map(
+        lambda leaf: jax.device_put(leaf, device) if isinstance(leaf, np.ndarray) else leaf,
+        to_host((model, model_state)),
+    )
     record: dict[str, Any] = {"step": step, "seconds": round(seconds, 3)}
     for name, total in sums.items():
         record[f"train/{name}"] = total / max(count, 1)
