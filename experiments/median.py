@@ -25,8 +25,8 @@ DEFAULT_SET_SIZE = 100
 DEFAULT_EVAL_SIZE = 10_000
 EVAL_CHUNK_SIZE = 1000
 
-# Evaluation samples use their own seeds, so they never coincide with a training batch,
-# whose generator is seeded by [seed, step].
+# Evaluation samples come from fixed integer seeds, while training batches come from
+# generators seeded by the sequence [seed, step], so the two streams differ.
 _SPLIT_SEEDS = {"validation": 1_000_001, "test": 1_000_002}
 
 

@@ -1,8 +1,9 @@
 """Sweep the set embedding size D on the median task and plot test MSE against D.
 
 This reproduces the layout of Figure 3 of Equilibrium Aggregation (Bartunov, Fuchs and
-Lillicrap, UAI 2022): sum pooling, 4-head attention and equilibrium aggregation, several
-seeds per point, the mean over seeds as a bold line and the best seed as a faded one.
+Lillicrap, UAI 2022). It compares sum pooling, 4-head attention and equilibrium aggregation
+over several seeds per point. The plot shows the mean over seeds in bold and the best seed
+faded.
 
     python -m experiments.median_sweep --sizes 1 2 4 8 16 32 --seeds 0 1 2 --steps 20000 \
         --output-dir runs/median-sweep

@@ -4,8 +4,8 @@ A checkpoint file is the magic line `EQAGG-CHECKPOINT 1`, an 8-byte big-endian l
 JSON header of that length, and the pytree leaves as written by
 `equinox.tree_serialise_leaves`. The header stores the metadata (step, metrics so far, ...)
 and the SHA-256 digest and length of the leaves, so a truncated or damaged file is detected
-on load. The file is first written under a temporary name in the same folder, flushed to
-disk with `fsync`, and then renamed over the old checkpoint with `os.replace`, so a reader
+on load. The file is first written under a temporary name in the same folder and flushed
+to disk with `fsync`. Then `os.replace` renames it over the old checkpoint, so a reader
 sees either the old checkpoint or the new one, never a partial file.
 """
 
