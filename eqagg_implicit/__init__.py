@@ -10,6 +10,7 @@ from ._pooling import AbstractPooling
 from ._potentials import (
     AbstractLeastSquaresPotential,
     AbstractPotential,
+    FunctionPotential,
     MaxPotential,
     MeanPotential,
     MedianPotential,

@@ -8,7 +8,7 @@ from jaxtyping import Array, Bool, Float, Int
 from ._checks import check_feature_size, check_set
 from ._energy import Energy, EnergyProblem
 from ._pooling import AbstractPooling
-from ._potentials import AbstractPotential
+from ._potentials import AbstractPotential, FunctionPotential
 from ._regularisers import AbstractRegulariser, L2Regulariser
 from ._segments import check_segments, segments_to_padded
 from ._solution import Solution, SolveResult
@@ -75,12 +75,18 @@ class EquilibriumAggregation(AbstractPooling):
         ):
             if not isinstance(value, kind):
                 raise TypeError(f"`{name}` must be an {kind.__name__}, got {type(value).__name__}.")
+        potential_output_size = getattr(potential, "output_size", None)
         if output_size is None:
-            output_size = getattr(potential, "output_size", None)
-        elif getattr(potential, "output_size", output_size) != output_size:
+            output_size = potential_output_size
+        elif potential_output_size is not None and potential_output_size != output_size:
             raise ValueError(
-                f"output_size={output_size} disagrees with the potential's output_size={potential.output_size}."
+                f"output_size={output_size} disagrees with the potential's output_size={potential_output_size}. "
+                "Omit output_size or make the two agree."
             )
+        if output_size is not None and (
+            not isinstance(output_size, int) or isinstance(output_size, bool) or output_size <= 0
+        ):
+            raise ValueError(f"output_size must be a positive int or None, got {output_size!r}.")
         if learnable_start and output_size is None:
             raise ValueError("learnable_start=True needs a known output_size; pass output_size=M.")
         self.potential = potential
@@ -117,7 +123,11 @@ class EquilibriumAggregation(AbstractPooling):
     def solve_set(self, x: Float[Array, "n d"], mask: Bool[Array, " n"]) -> Solution:
         """Minimise the energy of one padded set and return the full `Solution`."""
         y0 = self._start(x)
-        problem = EnergyProblem(self.energy, x, mask)
+        potential = self.potential
+        if isinstance(potential, FunctionPotential):
+            # Arrays that `fn` closes over become leaves, so the adjoints can freeze and differentiate them.
+            potential = potential.closure_converted(jnp.zeros(x.shape[1:], x.dtype), y0)
+        problem = EnergyProblem(Energy(potential, self.regulariser), x, mask)
         out = self.adjoint.solve(self.solver, problem, y0)
 
         num_elements = jnp.sum(mask).astype(jnp.int32)

@@ -103,6 +103,56 @@ class ResNetPotential(AbstractPotential):
         return self.trunk(jnp.concatenate([x, y]))[0]
 
 
+class FunctionPotential(AbstractPotential):
+    """A potential given as a plain function `fn(x, y) -> scalar`.
+
+    `fn` may close over arrays, traced ones included (for example parameters inside
+    `jax.grad`). The layer hoists those arrays into explicit pytree leaves before solving (see
+    `closure_converted`), so every differentiation mode, the implicit one included, can freeze
+    them during the forward solve and differentiate them afterwards.
+
+    **Arguments:**
+
+    - `fn`: a function of one set element `x` (d,) and the aggregate `y` (M,) that returns a
+      scalar. It must be differentiable twice in `y` for implicit differentiation.
+    - `input_size`: d, checked against the input when given.
+    - `output_size`: M, the size of the aggregate. Without it the layer takes M = d unless the
+      layer gets its own `output_size`.
+    """
+
+    fn: Callable[[Array, Array], Scalar]
+    input_size: int | None = eqx.field(static=True, default=None)
+    output_size: int | None = eqx.field(static=True, default=None)
+
+    def __check_init__(self):
+        if not callable(self.fn):
+            raise ValueError(f"FunctionPotential needs a callable `fn(x, y)`, got {type(self.fn).__name__}.")
+        for name, size in (("input_size", self.input_size), ("output_size", self.output_size)):
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size <= 0):
+                raise ValueError(f"FunctionPotential needs {name} to be a positive int or None, got {size!r}.")
+
+    def __call__(self, x, y):
+        value = self.fn(x, y)
+        if jnp.shape(value) != ():
+            raise ValueError(
+                f"FunctionPotential's `fn` must return a scalar, got shape {jnp.shape(value)}. "
+                "Reduce the output, for example with jnp.sum."
+            )
+        return value
+
+    def closure_converted(self, x: Float[Array, " d"], y: Float[Array, " m"]) -> "FunctionPotential":
+        """Return a copy whose `fn` holds every closed-over array as a pytree leaf.
+
+        **Arguments:**
+
+        - `x`, `y`: example arguments; only their shapes and dtypes are used.
+
+        **Returns:** a `FunctionPotential` that computes the same values.
+        """
+        converted = eqx.filter_closure_convert(self.fn, x, y)
+        return FunctionPotential(converted, self.input_size, self.output_size)
+
+
 class SumOfSquaresResNetPotential(AbstractLeastSquaresPotential):
     """A learned potential F(x, y) = ||r(x, y)||^2 with r a fully connected ResNet over [x, y].
 

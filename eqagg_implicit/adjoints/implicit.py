@@ -76,9 +76,13 @@ class ImplicitAdjoint(AbstractAdjoint):
             raise ValueError(f"ImplicitAdjoint needs probe_tolerance > 0, got {self.probe_tolerance!r}.")
 
     def solve(self, solver, problem, y0):
+        # The forward solve runs in a while loop, which reverse mode cannot differentiate, so
+        # nothing in it may carry gradients: not the problem and not learnable solver settings.
         frozen = stop_gradient_tree(problem)
+        frozen_solver = stop_gradient_tree(solver)
         state, stats = run_solver(
-            solver, frozen, solver.init(frozen, jax.lax.stop_gradient(y0)), solver.max_steps, differentiable=False
+            frozen_solver, frozen, frozen_solver.init(frozen, jax.lax.stop_gradient(y0)), solver.max_steps,
+            differentiable=False,
         )
         y_star = jax.lax.stop_gradient(state.y)
 

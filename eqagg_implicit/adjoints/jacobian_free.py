@@ -30,9 +30,13 @@ class JacobianFreeAdjoint(AbstractAdjoint):
             raise ValueError(f"JacobianFreeAdjoint needs step_size > 0 or None, got {self.step_size!r}.")
 
     def solve(self, solver, problem, y0):
+        # The forward solve runs in a while loop, which reverse mode cannot differentiate, so
+        # nothing in it may carry gradients: not the problem and not learnable solver settings.
         frozen = stop_gradient_tree(problem)
+        frozen_solver = stop_gradient_tree(solver)
         state, stats = run_solver(
-            solver, frozen, solver.init(frozen, jax.lax.stop_gradient(y0)), solver.max_steps, differentiable=False
+            frozen_solver, frozen, frozen_solver.init(frozen, jax.lax.stop_gradient(y0)), solver.max_steps,
+            differentiable=False,
         )
         y_star = jax.lax.stop_gradient(state.y)
         if self.step_size is not None:

@@ -35,10 +35,14 @@ class TruncatedAdjoint(AbstractAdjoint):
                 f"{type(solver).__name__} cannot be unrolled, because its steps contain loops that reverse-mode "
                 "autodiff cannot run through. Use ImplicitAdjoint() or JacobianFreeAdjoint() with it."
             )
+        # The warm-up runs in a while loop, which reverse mode cannot differentiate, so nothing
+        # in it may carry gradients: not the problem and not learnable solver settings.
         frozen = stop_gradient_tree(problem)
+        frozen_solver = stop_gradient_tree(solver)
         warmup_steps = max(solver.max_steps - self.num_backprop_steps, 0)
         state, warmup = run_solver(
-            solver, frozen, solver.init(frozen, jax.lax.stop_gradient(y0)), warmup_steps, differentiable=False
+            frozen_solver, frozen, frozen_solver.init(frozen, jax.lax.stop_gradient(y0)), warmup_steps,
+            differentiable=False,
         )
 
         # Re-evaluate the energy at the warm-up iterate with the live parameters, so the
