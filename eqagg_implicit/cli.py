@@ -47,12 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model on a task",
-        description="Train a model on TASK and write metrics, checkpoints, plots and a summary to --output-dir.",
+        description="Train a model on TASK and write metrics, checkpoints, plots and a summary to --out.",
     )
     train.add_argument("task", metavar="TASK", help=f"the task to train: {', '.join(task_names())}")
 
     run = train.add_argument_group("run")
-    run.add_argument("--output-dir", help="folder for metrics.jsonl, summary.json, curves.png and the checkpoint "
+    run.add_argument("--out", "--output-dir", dest="output_dir", metavar="DIR", help="folder for metrics.jsonl, summary.json, curves.png and the checkpoint "
                      "(default: runs/TASK)")
     run.add_argument("--steps", type=_positive_int, default=1000, help="total number of optimiser steps (default: %(default)s)")
     run.add_argument("--batch-size", type=_positive_int, default=32,
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="save a checkpoint every this many steps (default: the value of --eval-every)")
     run.add_argument("--seed", type=int, default=0, help="seed of the initial parameters and the training data (default: %(default)s)")
     run.add_argument("--resume", action="store_true",
-                     help="continue from the checkpoint in --output-dir; without one, start from step 0")
+                     help="continue from the checkpoint in --out; without one, start from step 0")
     run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     run.add_argument("--no-plot", action="store_true", help="do not write curves.png")
     run.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
