@@ -4,3 +4,6 @@ from .mlp import ResNetMLP
 from .set_model import SetModel
 
 __all__ = ["ResNetMLP", "SetModel"]
+from .conv import ConvEncoder, DownsamplingBlock  # noqa: E402
+
+__all__ += ["ConvEncoder", "DownsamplingBlock"]
