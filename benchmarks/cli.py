@@ -18,7 +18,7 @@ from .runner import BenchmarkSettings, run_benchmarks
 
 logger = logging.getLogger("benchmarks")
 
-QUICK = {"tasks": ("counting",), "solvers": ("gd",), "adjoints": ("unrolled", "implicit"), "iterations": (5, 15), "repeats": 1}
+QUICK = {"tasks": ("counting",), "solvers": ("gd",), "adjoints": ("unrolled", "implicit"), "iterations": (15, 30), "repeats": 1}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("runs/bench"),
                         help="output directory for records.jsonl, report.md and PNG plots (default: %(default)s)")
     parser.add_argument("--quick", action="store_true",
-                        help="a small subset for a smoke test: counting, gd, unrolled and implicit, T in 5 15, one "
+                        help="a small subset for a smoke test: counting, gd, unrolled and implicit, T in 15 30, one "
                         "repeat; overrides --tasks, --solvers, --adjoints, --iterations and --repeats")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="logging level (default: %(default)s)")

@@ -73,9 +73,9 @@ def read_flops(compiled) -> float | None:
     """Return the FLOP count from XLA's cost analysis, or `None` when the backend reports none.
 
     Older JAX versions return a list with one dict per program and newer ones a single dict,
-    so both forms are summed. XLA counts the body of a while loop (which `lax.scan` and
-    `lax.while_loop` both lower to) once, whatever the trip count, so for a solve this is
-    the cost of one iteration plus the code outside loops, not the cost of all T iterations.
+    so both forms are summed. XLA counts the body of a while loop once, whatever the trip
+    count, and `lax.scan` and `lax.while_loop` both lower to while loops. So for a solve this
+    is the cost of one iteration plus the code outside loops, not the cost of all T iterations.
     """
     analysis = compiled.cost_analysis()
     if analysis is None:
@@ -114,7 +114,7 @@ def time_calls(function: Callable, args: tuple, repeats: int, budget_seconds: fl
 
     - `function`: a compiled function.
     - `args`: its arguments.
-    - `repeats`: the most timed calls; at least one is always made.
+    - `repeats`: the maximum number of timed calls. At least one is always made.
     - `budget_seconds`: stop repeating once the timed calls add up to this much.
 
     **Returns:** a `Timing`.
@@ -143,7 +143,7 @@ def energy_gradient_vector(grads: EquilibriumAggregation) -> np.ndarray:
 
 
 def to_float64(tree):
-    """Cast every floating-point array of `tree` to float64; call inside `jax.enable_x64(True)`."""
+    """Cast every floating-point array of `tree` to float64. Call it inside `jax.enable_x64(True)`."""
     return jax.tree.map(lambda leaf: leaf.astype(jnp.float64) if eqx.is_inexact_array(leaf) else leaf, tree)
 
 
@@ -202,8 +202,8 @@ def compute_reference(
 
     if residual > 100 * tolerance:
         logger.warning(
-            "The float64 reference for task %s stopped at max |dE/dy| = %.3g after at most %d steps; "
-            "gradient errors below about that level are not resolved.",
+            "The float64 reference for task %s stopped at max |dE/dy| = %.3g after at most %d steps, "
+            "so gradient errors below about that level are not resolved.",
             task.name, residual, max_steps,
         )
     return Reference(gradient=gradient, residual=residual, seconds=time.perf_counter() - start)

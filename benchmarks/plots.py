@@ -15,13 +15,15 @@ def plot_task(records: list[dict], task: str, path: Path) -> None:
     rows = [r for r in measured(records) if r["task"] == task]
     figure, (memory_axis, time_axis) = plt.subplots(1, 2, figsize=(10, 4))
 
-    for solver, adjoint in sorted({(r["solver"], r["adjoint"]) for r in rows}):
+    combinations = sorted({(r["solver"], r["adjoint"]) for r in rows})
+    for index, (solver, adjoint) in enumerate(combinations):
         line = sorted((r for r in rows if (r["solver"], r["adjoint"]) == (solver, adjoint)), key=lambda r: r["iterations"])
-        label = f"{solver} + {adjoint}"
-        memory_axis.plot([r["iterations"] for r in line], [r["temp_bytes"] / MEBIBYTE for r in line], "o-", label=label)
+        # One colour and marker per combination on both axes, also when a line has no timed points.
+        style = {"color": f"C{index % 10}", "marker": "os^"[index // 10 % 3], "label": f"{solver} + {adjoint}"}
+        memory_axis.plot([r["iterations"] for r in line], [r["temp_bytes"] / MEBIBYTE for r in line], **style)
         timed = [r for r in line if r.get("step_seconds") is not None]
         if timed:
-            time_axis.plot([r["iterations"] for r in timed], [r["step_seconds"] for r in timed], "o-", label=label)
+            time_axis.plot([r["iterations"] for r in timed], [r["step_seconds"] for r in timed], **style)
 
     memory_axis.set(xlabel="solver iterations T", ylabel="XLA temp buffers (MiB)", title=f"{task}: compiled memory")
     time_axis.set(xlabel="solver iterations T", ylabel="training step (s)", title=f"{task}: step time")

@@ -1,4 +1,4 @@
-"""How close the equilibrium forward pass comes to the FLOP rate of a plain dense matmul on the same device.
+"""The FLOP rate of the equilibrium forward pass as a fraction of a dense matmul's on the same device.
 
 The forward pass is T steps of gradient descent on a batch of sets, jitted as the layer runs
 it. Its FLOP count is (T + 1) times XLA's count for one batched energy value-and-gradient,
@@ -43,7 +43,7 @@ def measure_roofline(task: BenchmarkTask, *, repeats: int, budget_seconds: float
     forward_compiled = jax.jit(forward).lower(params, inputs).compile()
     forward_timing = time_calls(forward_compiled, (params, inputs), repeats, budget_seconds)
 
-    # One batched evaluation of E and dE/dy at y = 0; the value of y does not change the cost.
+    # One batched evaluation of E and dE/dy at y = 0. The value of y does not change the cost.
     def energy_value_and_grad(params, x, mask):
         energy = eqx.combine(params, static).energy
         y = jnp.zeros((x.shape[0], task.output_size), x.dtype)

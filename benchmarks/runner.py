@@ -18,7 +18,7 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class BenchmarkSettings:
-    """What to measure and how.
+    """The grid to measure and the measurement settings.
 
     **Fields:**
 
@@ -53,8 +53,8 @@ def run_benchmarks(
     interrupted run keeps everything it finished.
 
     **Returns:** `(records, rooflines, environment)`. A combination whose solver is missing from
-    the library or rejects the task is recorded with status "skipped"; one whose compiled step
-    fails at run time keeps its memory and FLOP counts and gets status "error".
+    the library or rejects the task is recorded with status "skipped". A combination whose
+    compiled step fails at run time keeps its memory and FLOP counts and gets status "error".
     """
     environment = describe_environment()
     logger.info("Measuring on %s (%s).", environment["device"], environment["platform"])
@@ -125,8 +125,8 @@ def _first_line(error: Exception) -> str:
     if not lines:
         return type(error).__name__
 
-    # XLA wraps a failed runtime check in a traceback; the check's own message is the last
-    # line that names the equinox error.
+    # XLA wraps a failed runtime check in a traceback, and the check's own message is the
+    # last line that names the equinox error.
     if isinstance(error, jax.errors.JaxRuntimeError):
         messages = [line for line in lines if "EquinoxRuntimeError" in line]
         return messages[-1] if messages else lines[0]
