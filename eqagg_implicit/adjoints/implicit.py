@@ -4,6 +4,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from ..solvers.iterate import run_solver
@@ -27,12 +28,14 @@ class ImplicitAdjoint(AbstractAdjoint):
     the potential closes over are hoisted into explicit inputs first, so they receive
     gradients too.
 
-    Health check and fallback: with `probe=True` the forward pass also solves H v = b for a
-    fixed probe vector b. If the relative residual exceeds `probe_tolerance`, or CG meets
-    negative curvature (H indefinite), the set is flagged in `Solution.backward_fallback` and its
-    backward pass solves the damped least-squares system (H^2 + mu I) v = H g instead, which
-    stays finite for singular and indefinite H. The decision is made in the forward pass
-    because a JVP rule must stay linear in its tangents.
+    Health check and fallback: with `probe=True` the forward pass also runs at most
+    `probe_max_steps` iterations of the linear solver on H v = b for a fixed unit vector b. If
+    the relative residual is still above `probe_tolerance`, or CG meets non-positive curvature
+    (H not positive definite), the set is flagged in `Solution.backward_fallback`. Its backward
+    pass then solves the damped least-squares system (H^2 + mu I) v = H g instead, which stays
+    finite for singular and indefinite H. The decision is made in the forward pass because a
+    JVP rule must stay linear in its tangents. The probe costs up to `probe_max_steps`
+    Hessian-vector products per set; `probe=False` skips it and the fallback.
 
     **Arguments:**
 
@@ -40,11 +43,14 @@ class ImplicitAdjoint(AbstractAdjoint):
       `"bicgstab"` (any non-singular H), or `"dense"` (materialise the M x M Hessian and use an
       LU solve; best for M up to a few hundred).
     - `rtol`, `atol`: tolerances of the iterative linear solvers (max-norm of the residual).
+      `rtol` is raised to 10 sqrt(M) eps of y's dtype when smaller, because a float32 solve
+      cannot get closer and would otherwise run to its step limit.
     - `max_steps`: iteration limit of the iterative linear solvers; `None` gives 2 M + 10.
     - `damping`: solve (H + damping I) v = g; a small positive value regularises a nearly
       singular H at the cost of a biased gradient.
     - `probe`: whether to run the forward health check that enables the fallback.
     - `probe_tolerance`: the relative probe residual above which the fallback is used.
+    - `probe_max_steps`: the linear-solver iterations of the probe.
     - `fallback_damping`: mu in the fallback system.
     """
 
@@ -54,7 +60,8 @@ class ImplicitAdjoint(AbstractAdjoint):
     max_steps: int | None = eqx.field(static=True, default=None)
     damping: float = eqx.field(static=True, default=0.0)
     probe: bool = eqx.field(static=True, default=True)
-    probe_tolerance: float = eqx.field(static=True, default=1e-3)
+    probe_tolerance: float = eqx.field(static=True, default=0.1)
+    probe_max_steps: int = eqx.field(static=True, default=20)
     fallback_damping: float = eqx.field(static=True, default=1e-6)
 
     def __check_init__(self):
@@ -72,6 +79,8 @@ class ImplicitAdjoint(AbstractAdjoint):
             raise ValueError(f"ImplicitAdjoint needs damping >= 0, got {self.damping!r}.")
         if not self.fallback_damping > 0:
             raise ValueError(f"ImplicitAdjoint needs fallback_damping > 0, got {self.fallback_damping!r}.")
+        if not isinstance(self.probe_max_steps, int) or self.probe_max_steps <= 0:
+            raise ValueError(f"ImplicitAdjoint needs probe_max_steps to be a positive int, got {self.probe_max_steps!r}.")
         if not self.probe_tolerance > 0:
             raise ValueError(f"ImplicitAdjoint needs probe_tolerance > 0, got {self.probe_tolerance!r}.")
 
@@ -103,37 +112,36 @@ class ImplicitAdjoint(AbstractAdjoint):
     def _linear_steps(self, size: int) -> int:
         return 2 * size + 10 if self.max_steps is None else self.max_steps
 
-    def _solve_main(self, grad_fn, y, rhs) -> tuple[Float[Array, " m"], Bool[Array, ""]]:
-        """Solve (H + damping I) v = rhs; also return whether CG met non-positive curvature."""
+    def _tolerances(self, y) -> tuple[float, float]:
+        # A relative residual below about sqrt(M) * eps is out of reach in y's precision; asking for it
+        # would make every solve run to its step limit.
+        floor = 10.0 * float(np.sqrt(y.shape[0])) * float(jnp.finfo(y.dtype).eps)
+        return max(self.rtol, floor), self.atol
+
+    def _iterative_solver(self, y, max_steps: int):
+        rtol, atol = self._tolerances(y)
+        if self.linear_solver == "cg":
+            return lx.CG(rtol=rtol, atol=atol, max_steps=max_steps)
+        if self.linear_solver == "gmres":
+            return lx.GMRES(rtol=rtol, atol=atol, max_steps=max_steps, restart=min(20, y.shape[0]))
+        return lx.BiCGStab(rtol=rtol, atol=atol, max_steps=max_steps)
+
+    def _solve_main(self, grad_fn, y, rhs, max_steps: int | None = None) -> Float[Array, " m"]:
+        """Solve (H + damping I) v = rhs."""
         size = y.shape[0]
         if self.linear_solver == "dense":
             hessian = jax.jacfwd(grad_fn)(y) + self.damping * jnp.eye(size, dtype=y.dtype)
-            value = lx.linear_solve(lx.MatrixLinearOperator(hessian), rhs, lx.LU(), throw=False).value
-            return value, jnp.zeros((), bool)
+            return jnp.linalg.solve(hessian, rhs)
 
         def matvec(v):
             return jax.jvp(grad_fn, (y,), (v,))[1] + self.damping * v
 
-        structure = jax.ShapeDtypeStruct(y.shape, y.dtype)
-        steps = self._linear_steps(size)
-        if self.linear_solver == "cg":
-            tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
-            solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=steps)
-        elif self.linear_solver == "gmres":
-            tags = (lx.symmetric_tag,)
-            solver = lx.GMRES(rtol=self.rtol, atol=self.atol, max_steps=steps, restart=min(20, size))
-        else:
-            tags = (lx.symmetric_tag,)
-            solver = lx.BiCGStab(rtol=self.rtol, atol=self.atol, max_steps=steps)
-        operator = lx.FunctionLinearOperator(matvec, structure, tags=tags)
-        value = lx.linear_solve(operator, rhs, solver, throw=False).value
-        # For positive definite H, rhs . H^{-1} rhs > 0; a non-positive value exposes indefiniteness.
-        negative_curvature = (jnp.vdot(rhs, value) <= 0) if self.linear_solver == "cg" else jnp.zeros((), bool)
-        return value, negative_curvature
+        steps = self._linear_steps(size) if max_steps is None else max_steps
+        tags = (lx.symmetric_tag, lx.positive_semidefinite_tag) if self.linear_solver == "cg" else (lx.symmetric_tag,)
+        return _solve_symmetric(matvec, rhs, self._iterative_solver(y, steps), tags)
 
     def _solve_fallback(self, grad_fn, y, rhs) -> Float[Array, " m"]:
         """Solve (H^2 + mu I) v = H rhs, the damped least-squares solution of H v = rhs."""
-        size = y.shape[0]
         mu = jnp.asarray(self.fallback_damping, y.dtype)
         if self.linear_solver == "dense":
             eigenvalues, eigenvectors = jnp.linalg.eigh(jax.jacfwd(grad_fn)(y))
@@ -143,22 +151,40 @@ class ImplicitAdjoint(AbstractAdjoint):
         def hvp(v):
             return jax.jvp(grad_fn, (y,), (v,))[1]
 
-        operator = lx.FunctionLinearOperator(
-            lambda v: hvp(hvp(v)) + mu * v,
-            jax.ShapeDtypeStruct(y.shape, y.dtype),
-            tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
-        )
-        solver = lx.CG(rtol=self.rtol, atol=self.atol, max_steps=self._linear_steps(size))
-        return lx.linear_solve(operator, hvp(rhs), solver, throw=False).value
+        rtol, atol = self._tolerances(y)
+        solver = lx.CG(rtol=rtol, atol=atol, max_steps=self._linear_steps(y.shape[0]))
+        tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
+        return _solve_symmetric(lambda v: hvp(hvp(v)) + mu * v, hvp(rhs), solver, tags)
 
     def _probe(self, grad_fn, y) -> tuple[Float[Array, ""], Bool[Array, ""]]:
         probe = jax.random.normal(jax.random.key(0), y.shape, y.dtype)
         probe = probe / jnp.linalg.norm(probe)
-        value, negative_curvature = self._solve_main(grad_fn, y, probe)
+        value = self._solve_main(grad_fn, y, probe, max_steps=self.probe_max_steps)
         applied = jax.jvp(grad_fn, (y,), (value,))[1] + self.damping * value
         residual = jnp.linalg.norm(applied - probe)
+        # For a positive definite H both quadratic forms are positive for any non-zero v, so a
+        # non-positive one proves that H is not positive definite, the case where CG breaks down.
+        negative_curvature = (jnp.vdot(probe, value) <= 0) | (jnp.vdot(value, applied) <= 0)
+        if self.linear_solver != "cg":
+            negative_curvature = jnp.zeros((), bool)
         bad = ~(residual <= self.probe_tolerance) | negative_curvature | ~jnp.all(jnp.isfinite(value))
         return jnp.where(jnp.isfinite(residual), residual, jnp.inf).astype(y.dtype), bad
+
+
+def _solve_symmetric(matvec, rhs, solver, tags):
+    """Solve A v = rhs for a symmetric linear map A with an iterative lineax solver.
+
+    The solve is wrapped in `lax.custom_linear_solve`, so that its transpose (used by reverse
+    mode) is the same non-raising solve. lineax 0.1.1 transposes its own `linear_solve` with
+    `throw=True`, which would raise when the solver reaches its step limit.
+    """
+    structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
+
+    def solve(matvec_, b):
+        operator = lx.FunctionLinearOperator(matvec_, structure, tags=tags)
+        return lx.linear_solve(operator, b, solver, throw=False).value
+
+    return jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
 
 
 @eqx.filter_custom_jvp
@@ -180,9 +206,9 @@ def _implicit_solution_jvp(primals, tangents, *, adjoint: ImplicitAdjoint):
         tangent = jax.lax.cond(
             fallback,
             lambda r: adjoint._solve_fallback(grad_fn, y_star, r),
-            lambda r: adjoint._solve_main(grad_fn, y_star, r)[0],
+            lambda r: adjoint._solve_main(grad_fn, y_star, r),
             rhs,
         )
     else:
-        tangent = adjoint._solve_main(grad_fn, y_star, rhs)[0]
+        tangent = adjoint._solve_main(grad_fn, y_star, rhs)
     return y_star, tangent

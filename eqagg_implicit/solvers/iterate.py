@@ -75,6 +75,7 @@ def run_solver(
     *,
     differentiable: bool,
     stop_at_tolerance: bool = True,
+    checkpoint: bool = False,
 ) -> tuple[AbstractSolverState, IterationStats]:
     """Run at most `num_steps` steps of `solver` from `state`.
 
@@ -87,6 +88,8 @@ def run_solver(
       iterations of work) instead of `lax.while_loop` (stops early, not reverse-differentiable).
     - `stop_at_tolerance`: freeze the iterate once max |dE/dy| <= tolerance. Truncated
       differentiation turns this off, so that its differentiated steps always run.
+    - `checkpoint`: with `differentiable=True`, recompute each step's intermediate values in the
+      backward pass (`jax.checkpoint`) instead of storing them.
 
     **Returns:** the final state and the `IterationStats`. A step that produces NaN or inf is
     rejected: the state keeps its last finite iterate and the result is `SolveResult.NONFINITE`.
@@ -103,6 +106,8 @@ def run_solver(
     body = _make_body(solver, problem, stop_at_tolerance)
     if num_steps > 0:
         if differentiable:
+            if checkpoint:
+                body = jax.checkpoint(body)
             carry, _ = jax.lax.scan(lambda c, _: (body(c), None), carry, None, length=num_steps)
         else:
             # A rejected step marks the set as failed and done, so counting accepted steps ends the loop.
