@@ -28,6 +28,16 @@ from .adjoints import (
     TruncatedAdjoint,
     UnrolledAdjoint,
 )
-from .solvers import AbstractSolver, AbstractSolverState, GradientDescent
+from .graphs import GCN, GIN, EquilibriumMessagePassing, GraphReadout, graph_readout
+from .pooling import AttentionPooling, MaxPooling, MeanPooling, PNAPooling, SumPooling
+from .solvers import (
+    LBFGS,
+    AbstractSolver,
+    AbstractSolverState,
+    AndersonAcceleration,
+    GaussNewton,
+    GradientDescent,
+    LevenbergMarquardt,
+)
 
 __version__ = "0.1.0"
