@@ -68,7 +68,7 @@ def test_mask_padding_and_segments_agree(sizes, seed):
     unpadded = [np.asarray(solve(layer, jnp.asarray(s)).value) for s in sets]
     padded = []
     for s in sets:
-        # Padding rows hold garbage, NaN included; the mask must keep them out entirely.
+        # Padding rows hold garbage, NaN included, and the mask must keep them out entirely.
         filler = np.full((padded_size - len(s), 3), np.nan, np.float32)
         mask = np.arange(padded_size) < len(s)
         padded.append(np.asarray(solve(layer, jnp.asarray(np.concatenate([s, filler])), jnp.asarray(mask)).value))
@@ -96,7 +96,7 @@ def analytic_layer(potential, regulariser, max_steps, step_size, tolerance):
 @given(size=st.integers(1, 9), seed=st.integers(0, 2**16))
 def test_mean_potential_recovers_mean(size, seed):
     x, mask = padded_set(seed, size, 3)
-    # E = sum ||x_i - y||^2 has Hessian 2N I; the step 0.25 / N contracts every coordinate.
+    # E = sum ||x_i - y||^2 has Hessian 2N I, so the step 0.25 / N contracts every coordinate.
     layer = analytic_layer(MeanPotential(), ZeroRegulariser(), 200, 0.25 / size, 1e-6)
 
     solution = solve(layer, x, mask)
@@ -127,7 +127,7 @@ def test_median_potential_recovers_median(half, seed):
 def test_max_potential_within_log_sum_exp_bound(size, seed):
     x, mask = padded_set(seed, size, 3)
     # Below the maximum the potential's gradient grows like exp((x - y) / t), so the first
-    # steps from y = 0 would overshoot; sets below zero keep gradient descent on the flat side.
+    # steps from y = 0 would overshoot, so sets below zero keep gradient descent on the flat side.
     x = x - 4.0
     temperature = 0.05
     # In float32 the exponent (x - y) / t carries rounding of about 1e-5, so the tolerance on
