@@ -41,7 +41,7 @@ def to_float64(tree):
 
 
 def general_solvers(max_steps=None):
-    """Solvers for any smooth energy; `max_steps` overrides every step limit."""
+    """Build the solvers for any smooth energy, with `max_steps` overriding every step limit."""
     return {
         "gradient_descent": GradientDescent(max_steps=max_steps or 3000, step_size=0.05, tolerance=TOLERANCE),
         "anderson": AndersonAcceleration(max_steps=max_steps or 300, step_size=0.05, tolerance=TOLERANCE),
@@ -51,7 +51,7 @@ def general_solvers(max_steps=None):
 
 
 def least_squares_solvers(max_steps=None):
-    """Solvers for sum-of-squares energies only."""
+    """Build the solvers for sum-of-squares energies only."""
     steps = max_steps or 60
     return {
         "gauss_newton_dense": GaussNewton(max_steps=steps, tolerance=TOLERANCE, linear_solver="dense"),

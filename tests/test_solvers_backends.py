@@ -61,7 +61,8 @@ def test_anderson_matches_jaxopt_anderson(seed):
 
 def test_anderson_beats_plain_fixed_point_iteration():
     problem = make_problem(2)
-    anderson_state, anderson_stats = solve(AndersonAcceleration(max_steps=400, step_size=0.05, tolerance=TOLERANCE), problem)
+    anderson = AndersonAcceleration(max_steps=400, step_size=0.05, tolerance=TOLERANCE)
+    anderson_state, anderson_stats = solve(anderson, problem)
     plain_state, plain_stats = solve(
         AndersonAcceleration(max_steps=4000, step_size=0.05, history_size=1, tolerance=TOLERANCE), problem
     )

@@ -24,7 +24,8 @@ DENSE_MAX_SIZE = 128
 def check_linear_solver_settings(solver_name: str, linear_solver, cg_rtol, cg_max_steps) -> None:
     """Raise a `ValueError` for invalid linear-solver settings."""
     if linear_solver not in LINEAR_SOLVERS:
-        raise ValueError(f"{solver_name} got linear_solver={linear_solver!r}; choose one of {', '.join(LINEAR_SOLVERS)}.")
+        choices = ", ".join(LINEAR_SOLVERS)
+        raise ValueError(f"{solver_name} got linear_solver={linear_solver!r}; choose one of {choices}.")
     if not cg_rtol > 0:
         raise ValueError(f"{solver_name} needs cg_rtol > 0, got {cg_rtol!r}.")
     if cg_max_steps is not None and (

@@ -11,7 +11,7 @@ from ._base import AbstractSolver, AbstractSolverState, check_solver_settings
 class AndersonState(AbstractSolverState):
     """The current iterate plus a ring buffer of the last `history_size` iterates and residuals.
 
-    Slot `position` holds the newest entry, and `filled` marks the slots that belong to the
+    Slot `position` contains the newest entry, and `filled` marks the slots that belong to the
     current history (a rejected extrapolation clears the others).
     """
 

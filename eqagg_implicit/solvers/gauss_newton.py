@@ -32,9 +32,9 @@ class GaussNewton(AbstractSolver):
     it is finite and satisfies the Armijo condition E(y + t d) <= E(y) + 1e-4 t dE/dy . d, or
     when it changes E by no more than rounding error (4 eps |E|) and lowers max |dE/dy|. Then
     the step length t resets to 1 for the next step. Otherwise the iterate stays and t halves.
-    So the energy never increases beyond rounding error, and each step costs the same (no inner loop), which keeps
-    the steps reverse-mode differentiable and cheap under `jax.vmap`. A rejected trial still
-    counts as a step.
+    So the energy never increases beyond rounding error. Each step costs the same (no inner
+    loop), which keeps the steps reverse-mode differentiable and cheap under `jax.vmap`. A
+    rejected trial still counts as a step.
 
     Needs a least-squares energy: a sum-of-squares potential (`SumOfSquaresResNetPotential`,
     `MeanPotential`) with `L2Regulariser` or `ZeroRegulariser`. `init` raises a `ValueError`

@@ -69,17 +69,17 @@ class LBFGS(AbstractSolver):
     """L-BFGS with a line search, stepping another library's implementation under our driver.
 
     The driver keeps control of the loop, the convergence test max |dE/dy| <= tolerance and the
-    per-set status; this class only forwards `init` and `step` to the backend.
+    per-set status. This class only forwards `init` and `step` to the backend.
 
     - `backend="optimistix"` wraps `optimistix.LBFGS` (inverse-Hessian form) with a backtracking
       Armijo search that also accepts energy changes within rounding error (4 eps |E|), so it
-      can reach tolerances near the rounding level of E. One of our steps is one optimistix step, which evaluates E and dE/dy at one
-      trial point. When the search accepts the trial, the iterate moves there and a new
-      direction is computed. When it rejects the trial, the iterate stays and the next step tries
-      a shorter step. So `num_steps` counts energy evaluations, accepted or not. The steps
-      contain no loops, so they are reverse-mode differentiable. Optimistix's own Cauchy stopping
-      test is disabled (rtol = atol = 0); its `terminate` result still freezes the iterate if
-      optimistix reports a failure.
+      can reach tolerances near the rounding level of E. One of our steps is one optimistix
+      step, which evaluates E and dE/dy at one trial point. When the search accepts the trial,
+      the iterate moves there and a new direction is computed. When it rejects the trial, the
+      iterate stays and the next step tries a shorter step. So `num_steps` counts energy
+      evaluations, accepted or not. The steps contain no loops, so they are reverse-mode
+      differentiable. Optimistix's own Cauchy stopping test is disabled (rtol = atol = 0), but
+      its `terminate` result still freezes the iterate if optimistix reports a failure.
     - `backend="jaxopt"` wraps `jaxopt.LBFGS`. One of our steps is one jaxopt iteration: a new
       direction and a whole line search (`line_search`, at most `max_line_search_steps` trials).
       The line search is a `lax.while_loop`, which reverse-mode autodiff cannot run through,
@@ -123,7 +123,8 @@ class LBFGS(AbstractSolver):
         if backend not in _BACKENDS:
             raise ValueError(f"LBFGS got backend={backend!r}; choose one of {', '.join(_BACKENDS)}.")
         if line_search not in jaxopt_backend.LINE_SEARCHES:
-            raise ValueError(f"LBFGS got line_search={line_search!r}; choose one of {', '.join(jaxopt_backend.LINE_SEARCHES)}.")
+            choices = ", ".join(jaxopt_backend.LINE_SEARCHES)
+            raise ValueError(f"LBFGS got line_search={line_search!r}; choose one of {choices}.")
         if (
             not isinstance(max_line_search_steps, int)
             or isinstance(max_line_search_steps, bool)
@@ -187,4 +188,6 @@ class LBFGS(AbstractSolver):
         return eqx.tree_at(lambda s: s.search, solver, _RoundingTolerantArmijo())
 
     def _jaxopt_solver(self):
-        return jaxopt_backend.make_lbfgs(self.history_size, self.line_search, self.max_line_search_steps, self.unroll_line_search)
+        return jaxopt_backend.make_lbfgs(
+            self.history_size, self.line_search, self.max_line_search_steps, self.unroll_line_search
+        )

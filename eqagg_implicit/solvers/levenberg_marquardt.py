@@ -30,11 +30,9 @@ class LevenbergMarquardt(AbstractSolver):
     rho > 0 (or the trial changes E by no more than rounding error, 4 eps |E|, and lowers
     max |dE/dy|) the step is accepted and mu is multiplied by max(1/3, 1 - (2 rho - 1)^3).
     Otherwise the iterate stays, mu is multiplied by nu and nu doubles, and nu resets to 2
-    after each accepted step. This is the update of Nielsen (1999), as presented in Madsen,
-    Nielsen and Tingleff, "Methods for non-linear least squares problems" (2004). The
-    energy never increases beyond rounding error, each step costs the same (no inner loop), and a rejected trial
-    still counts as a step. mu is kept within [1e-12, 1e12] so that repeated rejections
-    cannot overflow it.
+    after each accepted step. The energy never increases beyond rounding error, each step
+    costs the same (no inner loop), and a rejected trial still counts as a step. mu is kept
+    within [1e-12, 1e12] so that repeated rejections cannot overflow it.
 
     Needs a least-squares energy: a sum-of-squares potential (`SumOfSquaresResNetPotential`,
     `MeanPotential`) with `L2Regulariser` or `ZeroRegulariser`. `init` raises a `ValueError`
