@@ -15,6 +15,7 @@ from ._solution import Solution, SolveResult
 from .adjoints._base import AbstractAdjoint
 from .adjoints.unrolled import UnrolledAdjoint
 from .solvers._base import AbstractSolver
+from .solvers._least_squares import require_least_squares
 from .solvers.gradient_descent import GradientDescent
 from .solvers.iterate import max_abs_grad
 
@@ -89,6 +90,8 @@ class EquilibriumAggregation(AbstractPooling):
             raise ValueError(f"output_size must be a positive int or None, got {output_size!r}.")
         if learnable_start and output_size is None:
             raise ValueError("learnable_start=True needs a known output_size; pass output_size=M.")
+        if solver.requires_least_squares:
+            require_least_squares(type(solver).__name__, Energy(potential, regulariser))
         self.potential = potential
         self.regulariser = regulariser
         self.solver = solver

@@ -102,16 +102,23 @@ def test_energy_never_increases(solver):
 @pytest.mark.parametrize("solver_class", [GaussNewton, LevenbergMarquardt])
 def test_non_least_squares_energy_raises(solver_class):
     potential = ea.ResNetPotential(3, 2, (8, 1), key=jax.random.key(0))
-    layer = ea.EquilibriumAggregation(potential, solver=solver_class(), adjoint=ea.ImplicitAdjoint())
 
     with pytest.raises(ValueError, match="SumOfSquaresResNetPotential"):
-        layer(jnp.ones((4, 3)))
+        ea.EquilibriumAggregation(potential, solver=solver_class(), adjoint=ea.ImplicitAdjoint())
+
+
+@pytest.mark.parametrize("solver_class", [GaussNewton, LevenbergMarquardt])
+def test_non_least_squares_problem_raises_in_solver(solver_class):
+    potential = ea.ResNetPotential(3, 2, (8, 1), key=jax.random.key(0))
+    energy = ea.Energy(potential, ea.L2Regulariser())
+    problem = ea.EnergyProblem(energy, jnp.ones((4, 3)), jnp.ones(4, bool))
+
+    with pytest.raises(ValueError, match="SumOfSquaresResNetPotential"):
+        solver_class().init(problem, jnp.zeros(2))
 
 
 def test_linear_regulariser_is_not_least_squares():
-    layer = ea.EquilibriumAggregation(
-        ea.MeanPotential(), ea.LinearRegulariser(), LevenbergMarquardt(), ea.ImplicitAdjoint(), output_size=2
-    )
-
     with pytest.raises(ValueError, match="LinearRegulariser"):
-        layer(jnp.ones((4, 2)))
+        ea.EquilibriumAggregation(
+            ea.MeanPotential(), ea.LinearRegulariser(), LevenbergMarquardt(), ea.ImplicitAdjoint(), output_size=2
+        )

@@ -49,6 +49,11 @@ class AbstractSolver(eqx.Module):
         """Whether reverse-mode autodiff can run through `step` (False for steps with inner while loops)."""
         return True
 
+    @property
+    def requires_least_squares(self) -> bool:
+        """Whether the solver needs a sum-of-squares energy, as Gauss-Newton methods do."""
+        return False
+
 
 def check_solver_settings(solver_name: str, max_steps, tolerance) -> None:
     """Raise a `ValueError` for invalid settings shared by every solver."""

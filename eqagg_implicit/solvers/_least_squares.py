@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, Bool, Float
 
-from .._energy import EnergyProblem
+from .._energy import Energy, EnergyProblem
 
 LINEAR_SOLVERS = ("auto", "dense", "cg")
 
@@ -34,12 +34,13 @@ def check_linear_solver_settings(solver_name: str, linear_solver, cg_rtol, cg_ma
         raise ValueError(f"{solver_name} needs cg_max_steps to be an int >= 1 or None, got {cg_max_steps!r}.")
 
 
-def require_least_squares(solver_name: str, problem: EnergyProblem) -> None:
-    """Raise a `ValueError` unless the energy of `problem` is a sum of squares."""
-    if problem.is_least_squares:
+def require_least_squares(solver_name: str, problem: EnergyProblem | Energy) -> None:
+    """Raise a `ValueError` unless the energy of `problem` (an `EnergyProblem` or `Energy`) is a sum of squares."""
+    energy = problem.energy if isinstance(problem, EnergyProblem) else problem
+    if energy.is_least_squares:
         return
-    potential = type(problem.energy.potential).__name__
-    regulariser = type(problem.energy.regulariser).__name__
+    potential = type(energy.potential).__name__
+    regulariser = type(energy.regulariser).__name__
     raise ValueError(
         f"{solver_name} needs a least-squares energy E(y) = ||r(y)||^2, but the layer has {potential} with "
         f"{regulariser}. Use a sum-of-squares potential (SumOfSquaresResNetPotential, or MeanPotential) with "

@@ -79,6 +79,10 @@ class GaussNewton(AbstractSolver):
         self.cg_rtol = cg_rtol
         self.cg_max_steps = cg_max_steps
 
+    @property
+    def requires_least_squares(self) -> bool:
+        return True
+
     def init(self, problem, y0):
         require_least_squares("GaussNewton", problem)
         value, grad = problem.value_and_grad(y0)
