@@ -20,7 +20,7 @@ class Energy(eqx.Module):
     regulariser: AbstractRegulariser
 
     def __call__(self, y: Float[Array, " m"], x: Float[Array, "n d"], mask: Bool[Array, " n"]) -> Scalar:
-        x = _zero_padding(x, mask)
+        x = _fill_padding(x, mask)
         per_element = jax.vmap(self.potential, in_axes=(0, None))(x, y)
         return self.regulariser(y) + jnp.sum(jnp.where(mask, per_element, 0))
 
@@ -39,7 +39,7 @@ class Energy(eqx.Module):
                 "sum of squares. Least-squares solvers need a sum-of-squares potential (such as "
                 "SumOfSquaresResNetPotential) and an L2 or zero regulariser."
             )
-        x = _zero_padding(x, mask)
+        x = _fill_padding(x, mask)
         per_element = jax.vmap(self.potential.residual, in_axes=(0, None))(x, y)
         per_element = jnp.where(mask[:, None], per_element, 0)
         return jnp.concatenate([per_element.reshape(-1), self.regulariser.residual(y)])
@@ -73,7 +73,12 @@ class EnergyProblem(eqx.Module):
         return self.energy.is_least_squares
 
 
-def _zero_padding(x, mask):
-    # Padding rows may hold anything, NaN included; zeroing them keeps their potential values
-    # and derivatives finite before the mask removes them.
-    return jnp.where(mask[:, None], x, jnp.zeros((), x.dtype))
+def _fill_padding(x, mask):
+    # Padding rows may hold anything, NaN included, and even a zero row can overflow a potential
+    # such as exp((x - y) / t) far from the set. A copy of a real element keeps their potential
+    # values and derivatives as finite as the real ones, so the mask's zero cotangent never meets
+    # an inf. With no real element, zero rows are used.
+    if x.shape[0] == 0:
+        return x
+    filler = jnp.where(jnp.any(mask), x[jnp.argmax(mask)], jnp.zeros((), x.dtype))
+    return jnp.where(mask[:, None], x, filler)
