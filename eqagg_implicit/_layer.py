@@ -126,6 +126,15 @@ class EquilibriumAggregation(AbstractPooling):
     def solve_set(self, x: Float[Array, "n d"], mask: Bool[Array, " n"]) -> Solution:
         """Minimise the energy of one padded set and return the full `Solution`."""
         y0 = self._start(x)
+
+        # A set with a NaN or inf element is solved as an empty set and flagged NONFINITE, so its
+        # value and every gradient stay finite and cannot poison the other sets of a batch.
+        num_elements = jnp.sum(mask).astype(jnp.int32)
+        finite_rows = jnp.all(jnp.isfinite(x), axis=-1)
+        invalid = jnp.any(mask & ~finite_rows)
+        x = jnp.where(finite_rows[:, None], x, jnp.zeros((), x.dtype))
+        mask = mask & ~invalid
+
         potential = self.potential
         if isinstance(potential, FunctionPotential):
             # Arrays that `fn` closes over become leaves, so the adjoints can freeze and differentiate them.
@@ -133,8 +142,7 @@ class EquilibriumAggregation(AbstractPooling):
         problem = EnergyProblem(Energy(potential, self.regulariser), x, mask)
         out = self.adjoint.solve(self.solver, problem, y0)
 
-        num_elements = jnp.sum(mask).astype(jnp.int32)
-        empty = num_elements == 0
+        empty = ~jnp.any(mask)
         value = jnp.where(empty, y0, out.y).astype(x.dtype)
         residual = jnp.where(empty, 0, max_abs_grad(out.state))
         steps = jnp.maximum(out.stats.num_steps, 1)
@@ -143,6 +151,7 @@ class EquilibriumAggregation(AbstractPooling):
             out.stats.num_steps > 0, out.stats.sum_squared_grad_norm / steps, squared_norm_final
         )
         result = jnp.where(empty, SolveResult.SUCCESSFUL, out.stats.result)
+        result = jnp.where(invalid, SolveResult.NONFINITE, result)
         return Solution(
             value=value,
             residual=residual.astype(x.dtype),

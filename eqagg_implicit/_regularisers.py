@@ -69,7 +69,7 @@ class ZeroRegulariser(AbstractRegulariser):
 
 class LinearRegulariser(AbstractRegulariser):
     """R(y) = weight * sum(y). Bounded below only together with a potential that grows as y falls,
-    such as `MaxPotential`; it has no miniser of its own."""
+    such as `MaxPotential`; it has no minimiser of its own."""
 
     weight: float = eqx.field(static=True, default=1.0)
 

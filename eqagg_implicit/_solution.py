@@ -15,8 +15,9 @@ class SolveResult:
     MESSAGES = {
         SUCCESSFUL: "converged: max |dE/dy| is within the solver's tolerance",
         MAX_STEPS_REACHED: "not converged: the solver used all its steps before reaching the tolerance",
-        NONFINITE: "failed: the energy or its gradient became NaN or inf (a NaN or inf input, or a diverging "
-        "solve); the value is the last finite iterate",
+        NONFINITE: "failed: a set element was NaN or inf, so the set was solved as empty and the value is the "
+        "starting point; or the energy or its gradient became NaN or inf during the solve, and the value is "
+        "the last finite iterate",
         SEGMENT_OVERFLOW: "failed: the segment had more rows than max_segment_size, so some were dropped",
     }
 

@@ -162,3 +162,17 @@ def test_unconverged_solve_is_flagged():
     assert int(solution.result) == SolveResult.MAX_STEPS_REACHED
     assert float(solution.residual) > 1e-6
     assert int(solution.num_steps) == 3
+
+
+def test_jacobian_free_reads_solver_step_size_eagerly():
+    from eqagg_implicit import AndersonAcceleration, JacobianFreeAdjoint, ResNetPotential
+
+    potential = ResNetPotential(3, 2, (8, 1), key=jax.random.key(0))
+    layer = EquilibriumAggregation(
+        potential, L2Regulariser(2.0), AndersonAcceleration(max_steps=20), JacobianFreeAdjoint()
+    )
+    x = jax.random.normal(jax.random.key(1), (4, 3))
+
+    grad = jax.grad(lambda a: jnp.sum(layer(a)))(x)
+
+    assert bool(jnp.all(jnp.isfinite(grad)))

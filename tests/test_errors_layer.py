@@ -23,9 +23,9 @@ from eqagg_implicit import (
 )
 
 
-def small_layer():
+def small_layer(adjoint=None):
     potential = ResNetPotential(3, 2, (8, 1), key=jax.random.key(0))
-    return EquilibriumAggregation(potential, L2Regulariser(2.0), GradientDescent(5, 0.05))
+    return EquilibriumAggregation(potential, L2Regulariser(2.0), GradientDescent(5, 0.05), adjoint)
 
 
 @pytest.mark.parametrize(
@@ -187,3 +187,22 @@ def test_segment_overflow_under_jit_reports_status():
     assert int(solution.result[0]) == SolveResult.SEGMENT_OVERFLOW
     assert not bool(solution.converged[0])
     assert int(solution.result[1]) != SolveResult.SEGMENT_OVERFLOW
+
+
+def test_nonfinite_set_keeps_batch_gradients_finite():
+    layer = small_layer(adjoint=ImplicitAdjoint())
+    good = jax.random.normal(jax.random.key(3), (4, 3))
+    bad = good.at[1, 0].set(jnp.nan)
+
+    def loss(layer, xs):
+        return jnp.sum(jax.vmap(layer)(xs) ** 2)
+
+    batch_grads = eqx.filter_grad(loss)(layer, jnp.stack([good, bad]))
+    alone_grads = eqx.filter_grad(loss)(layer, good[None])
+    solutions = jax.vmap(layer.solve)(jnp.stack([good, bad]))
+
+    assert int(solutions.result[1]) == SolveResult.NONFINITE
+    assert int(solutions.num_elements[1]) == 4
+    for batch_leaf, alone_leaf in zip(jax.tree.leaves(batch_grads), jax.tree.leaves(alone_grads)):
+        assert bool(jnp.all(jnp.isfinite(batch_leaf)))
+        np.testing.assert_allclose(batch_leaf, alone_leaf, rtol=1e-5, atol=1e-7)

@@ -42,7 +42,7 @@ class JacobianFreeAdjoint(AbstractAdjoint):
         if self.step_size is not None:
             scale = jnp.asarray(self.step_size, y_star.dtype)
         elif hasattr(solver, "step_size"):
-            scale = jax.lax.stop_gradient(solver.step_size).astype(y_star.dtype)
+            scale = jnp.asarray(jax.lax.stop_gradient(solver.step_size), y_star.dtype)
         else:
             scale = jnp.asarray(1.0, y_star.dtype)
 

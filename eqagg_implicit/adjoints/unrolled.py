@@ -24,6 +24,10 @@ class UnrolledAdjoint(AbstractAdjoint):
 
     checkpoint: bool = eqx.field(static=True, default=False)
 
+    def __check_init__(self):
+        if not isinstance(self.checkpoint, bool):
+            raise ValueError(f"UnrolledAdjoint needs checkpoint to be True or False, got {self.checkpoint!r}.")
+
     def solve(self, solver, problem, y0):
         if not solver.differentiable_steps:
             raise ValueError(
