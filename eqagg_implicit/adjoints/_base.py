@@ -13,7 +13,7 @@ from ..solvers.iterate import IterationStats
 
 
 class AdjointOutput(eqx.Module):
-    """What a differentiation mode returns: the differentiable aggregate and diagnostics.
+    """The output of a differentiation mode: the differentiable aggregate and diagnostics.
 
     `state` and `stats` describe the solve; only `y` (and, for backpropagated iterations,
     `stats.sum_squared_grad_norm`) carries gradients.
@@ -27,7 +27,7 @@ class AdjointOutput(eqx.Module):
 
 
 class AbstractAdjoint(eqx.Module):
-    """How gradients flow from the aggregate y* back to the potential, the regulariser and the set.
+    """A rule for the gradients from the aggregate y* back to the potential, the regulariser and the set.
 
     A differentiation mode is chosen independently of the solver: `solve` runs `solver` on
     `problem` in whatever way its gradient rule needs and returns an `AdjointOutput` whose `y`

@@ -18,8 +18,8 @@ class ImplicitAdjoint(AbstractAdjoint):
 
     By the implicit function theorem, dy*/dtheta = -H^{-1} d(dE/dy)/dtheta with H the Hessian
     d^2E/dy^2 at y*. The backward pass solves one linear system with H through Hessian-vector
-    products (or a dense H for small M) and then takes one vector-Jacobian product, so memory
-    does not grow with the number of solver iterations and the solver may be anything. The
+    products (or a dense H for small M) and then takes one vector-Jacobian product. So memory
+    does not grow with the number of solver iterations, and the solver may be anything. The
     forward solve runs in a `lax.while_loop` that stops at the solver's tolerance. The
     gradient is exact at a true stationary point and approximate at an unconverged one.
 
@@ -96,7 +96,7 @@ class ImplicitAdjoint(AbstractAdjoint):
         y_star = jax.lax.stop_gradient(state.y)
 
         # Every array the energy gradient depends on, closed-over ones included, becomes a leaf
-        # of `grad_fn`, so the custom JVP below sees and differentiates all of them.
+        # of `grad_fn`, so the custom JVP below differentiates all of them.
         grad_fn = eqx.filter_closure_convert(problem.grad, y_star)
         if self.probe:
             backward_residual, fallback = self._probe(stop_gradient_tree(grad_fn), y_star)
@@ -113,7 +113,7 @@ class ImplicitAdjoint(AbstractAdjoint):
         return 2 * size + 10 if self.max_steps is None else self.max_steps
 
     def _tolerances(self, y) -> tuple[float, float]:
-        # A relative residual below about sqrt(M) * eps is out of reach in y's precision; asking for it
+        # A relative residual below about sqrt(M) * eps is out of reach in y's precision. Asking for it
         # would make every solve run to its step limit.
         floor = 10.0 * float(np.sqrt(y.shape[0])) * float(jnp.finfo(y.dtype).eps)
         return max(self.rtol, floor), self.atol

@@ -15,7 +15,7 @@ class TruncatedAdjoint(AbstractAdjoint):
     The first `max_steps - num_backprop_steps` iterations run in a `lax.while_loop` that stops
     at the solver's tolerance and stores nothing; the last `num_backprop_steps` always run and
     are differentiated. Memory grows with `num_backprop_steps` only. The gradient is an
-    approximation that ignores how the earlier iterates depend on the parameters; near a
+    approximation that ignores how the earlier iterates depend on the parameters. Near a
     contractive fixed point it approaches the implicit gradient as k grows.
 
     **Arguments:**
@@ -46,7 +46,7 @@ class TruncatedAdjoint(AbstractAdjoint):
         )
 
         # Re-evaluate the energy at the warm-up iterate with the live parameters, so the
-        # differentiated steps see gradients from their very first step; solver history stays frozen.
+        # differentiated steps get gradients from their first step. The solver's history stays frozen.
         state = jax.lax.stop_gradient(state)
         value, grad = problem.value_and_grad(state.y)
         state = eqx.tree_at(lambda s: (s.value, s.grad), state, (value, grad))
