@@ -122,3 +122,15 @@ def test_linear_regulariser_is_not_least_squares():
         ea.EquilibriumAggregation(
             ea.MeanPotential(), ea.LinearRegulariser(), LevenbergMarquardt(), ea.ImplicitAdjoint(), output_size=2
         )
+
+
+@pytest.mark.parametrize("solver_class", [GaussNewton, LevenbergMarquardt])
+def test_cg_step_limit_keeps_unrolled_grad(solver_class):
+    potential = ea.SumOfSquaresResNetPotential(3, 4, (8, 6), key=jax.random.key(0))
+    solver = solver_class(max_steps=3, linear_solver="cg", cg_max_steps=1)
+    layer = ea.EquilibriumAggregation(potential, ea.L2Regulariser(0.5), solver, ea.UnrolledAdjoint())
+    x = jax.random.normal(jax.random.key(1), (5, 3))
+
+    grad = jax.grad(lambda a: jnp.sum(layer(a) ** 2))(x)
+
+    assert bool(jnp.all(jnp.isfinite(grad)))

@@ -7,6 +7,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, Bool, Float
 
+from .._linear_solve import solve_symmetric
 from ..solvers.iterate import run_solver
 from ._base import AbstractAdjoint, AdjointOutput, stop_gradient_tree
 
@@ -138,7 +139,7 @@ class ImplicitAdjoint(AbstractAdjoint):
 
         steps = self._linear_steps(size) if max_steps is None else max_steps
         tags = (lx.symmetric_tag, lx.positive_semidefinite_tag) if self.linear_solver == "cg" else (lx.symmetric_tag,)
-        return _solve_symmetric(matvec, rhs, self._iterative_solver(y, steps), tags)
+        return solve_symmetric(matvec, rhs, self._iterative_solver(y, steps), tags)
 
     def _solve_fallback(self, grad_fn, y, rhs) -> Float[Array, " m"]:
         """Solve (H^2 + mu I) v = H rhs, the damped least-squares solution of H v = rhs."""
@@ -154,7 +155,7 @@ class ImplicitAdjoint(AbstractAdjoint):
         rtol, atol = self._tolerances(y)
         solver = lx.CG(rtol=rtol, atol=atol, max_steps=self._linear_steps(y.shape[0]))
         tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
-        return _solve_symmetric(lambda v: hvp(hvp(v)) + mu * v, hvp(rhs), solver, tags)
+        return solve_symmetric(lambda v: hvp(hvp(v)) + mu * v, hvp(rhs), solver, tags)
 
     def _probe(self, grad_fn, y) -> tuple[Float[Array, ""], Bool[Array, ""]]:
         probe = jax.random.normal(jax.random.key(0), y.shape, y.dtype)
@@ -169,22 +170,6 @@ class ImplicitAdjoint(AbstractAdjoint):
             negative_curvature = jnp.zeros((), bool)
         bad = ~(residual <= self.probe_tolerance) | negative_curvature | ~jnp.all(jnp.isfinite(value))
         return jnp.where(jnp.isfinite(residual), residual, jnp.inf).astype(y.dtype), bad
-
-
-def _solve_symmetric(matvec, rhs, solver, tags):
-    """Solve A v = rhs for a symmetric linear map A with an iterative lineax solver.
-
-    The solve is wrapped in `lax.custom_linear_solve`, so that its transpose (used by reverse
-    mode) is the same non-raising solve. lineax 0.1.1 transposes its own `linear_solve` with
-    `throw=True`, which would raise when the solver reaches its step limit.
-    """
-    structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
-
-    def solve(matvec_, b):
-        operator = lx.FunctionLinearOperator(matvec_, structure, tags=tags)
-        return lx.linear_solve(operator, b, solver, throw=False).value
-
-    return jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True)
 
 
 @eqx.filter_custom_jvp

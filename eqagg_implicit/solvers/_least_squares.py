@@ -13,6 +13,7 @@ import lineax as lx
 from jaxtyping import Array, Bool, Float
 
 from .._energy import Energy, EnergyProblem
+from .._linear_solve import solve_symmetric
 
 LINEAR_SOLVERS = ("auto", "dense", "cg")
 
@@ -104,15 +105,10 @@ def damped_gauss_newton_step(
         (gram_v,) = vjp(jvp(v))
         return gram_v + damping * v
 
-    operator = lx.FunctionLinearOperator(
-        normal_matvec,
-        jax.ShapeDtypeStruct(y.shape, y.dtype),
-        tags=(lx.symmetric_tag, lx.positive_semidefinite_tag),
-    )
     max_steps = size if cg_max_steps is None else cg_max_steps
     cg = lx.CG(rtol=cg_rtol, atol=0.0, max_steps=max_steps)
-    # throw=False: CG stopping at its step limit still gives a descent direction, and the
-    # caller's acceptance test guards the energy.
-    step = lx.linear_solve(operator, rhs, cg, throw=False).value
+    # The solve never raises: CG stopping at its step limit still gives a descent direction, and
+    # the caller's acceptance test guards the energy. This holds under reverse mode too.
+    step = solve_symmetric(normal_matvec, rhs, cg, (lx.symmetric_tag, lx.positive_semidefinite_tag))
     image = jvp(step)
     return step, jnp.sum(image * image)
