@@ -23,7 +23,7 @@ class AbstractPooling(eqx.Module):
       `x` of shape (total, d). Returns shape (S, M), row s pooling the rows with id s.
 
     Subclasses implement `pool_set`, and may override `pool_segments` with a faster
-    segment-wise version; by default segments are padded to `max_segment_size` and pooled one by
+    segment-wise version. By default segments are padded to `max_segment_size` and pooled one by
     one with `jax.vmap`.
     """
 

@@ -22,7 +22,7 @@ def segments_to_padded(
 
     Rows keep their relative order inside each segment. Rows whose segment id lies outside
     `[0, num_segments)` are dropped, as `jax.ops.segment_sum` drops them. Rows beyond the first
-    `max_segment_size` of a segment are dropped too; the returned `sizes` still count them, so a
+    `max_segment_size` of a segment are dropped too. The returned `sizes` still count them, so a
     caller can detect the overflow with `sizes > max_segment_size`.
 
     **Arguments:**
@@ -99,5 +99,5 @@ def check_segments(x, segment_ids, num_segments, max_segment_size=None) -> None:
 
 
 def is_concrete(value) -> bool:
-    """Whether `value` holds numbers now, rather than being traced under `jit`, `vmap` or `grad`."""
+    """Whether `value` contains numbers now, rather than being traced under `jit`, `vmap` or `grad`."""
     return not isinstance(value, jax.core.Tracer)

@@ -18,7 +18,7 @@ class UnrolledAdjoint(AbstractAdjoint):
     **Arguments:**
 
     - `checkpoint`: rematerialise each iteration in the backward pass (`jax.checkpoint`) instead
-      of storing its intermediate values. Memory then holds one solver state per iteration
+      of storing its intermediate values. Memory then contains one solver state per iteration
       rather than every activation of the potential, for about one extra forward pass of compute.
     """
 

@@ -29,7 +29,7 @@ class AbstractSolver(eqx.Module):
     give it `max_steps` and `tolerance` fields, and implement `init` and `step` as pure functions
     of arrays, so that they work under `jit`, `vmap` and `grad`.
 
-    A solver may hold learnable parameters (such as a step size); they are trained with the
+    A solver may have learnable parameters (such as a step size). They are trained with the
     rest of the layer when the differentiation mode backpropagates through the steps.
     """
 

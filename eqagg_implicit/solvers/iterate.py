@@ -18,7 +18,7 @@ from ._base import AbstractSolver, AbstractSolverState
 
 
 class IterationStats(eqx.Module):
-    """What the loop measured, per set."""
+    """Per-set measurements of the iteration loop."""
 
     num_steps: Int[Array, ""]
     result: Int[Array, ""]
